@@ -1,0 +1,89 @@
+"""The ``hpo`` command line: each command parses, calls one library function, prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gestures.checks import check
+from gestures.data import DataError, DataSet, GroupSource, discover, read_path_list
+from gestures.split import SplitConfig, split_dataset
+from hpo import display
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hyperparameter search for hand-gesture (ASL A–I) classifiers.")
+data_app = typer.Typer(no_args_is_help=True, help="Check and split an image-folder data set.")
+app.add_typer(data_app, name="data")
+
+DataArg = Annotated[Path, typer.Argument(help="Folder with one sub-folder per letter.")]
+GroupsOpt = Annotated[Path | None, typer.Option(
+    "--groups", help="CSV with path,label,hand (default: DATA/hands.csv).")]
+RegexOpt = Annotated[str | None, typer.Option(
+    "--groups-regex", help="Regex over the relative path whose group is the hand id.")]
+ExcludeOpt = Annotated[Path | None, typer.Option(
+    "--exclude", help="File listing paths to leave out, one per line.")]
+
+
+def load_data(data: Path, groups: Path | None, regex: str | None,
+              exclude: Path | None = None) -> DataSet:
+    dataset = discover(data, GroupSource(csv=groups, regex=regex))
+    return dataset.without(read_path_list(exclude)) if exclude else dataset
+
+
+@data_app.command("check")
+def data_check(data: DataArg, groups: GroupsOpt = None, groups_regex: RegexOpt = None,
+               exclude: ExcludeOpt = None,
+               exclude_out: Annotated[Path | None, typer.Option(
+                   help="Write the files with errors here, for --exclude.")] = None,
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Decode every image as training will and report what would corrupt training."""
+    report = check(load_data(data, groups, groups_regex, exclude))
+    if exclude_out:
+        exclude_out.write_text("".join(f"{p}\n" for p in report.exclude()))
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        display.check_report(report)
+        if not report.ok:
+            hint = f"--exclude {exclude_out}" if exclude_out else "--exclude-out FILE"
+            display.console.print(f"[red]{len(report.exclude())} file(s) would corrupt "
+                                  f"training[/red]; leave them out with {hint}")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@data_app.command("split")
+def data_split(data: DataArg,
+               out: Annotated[Path, typer.Option(help="Where to write path,label,hand,split.")],
+               groups: GroupsOpt = None, groups_regex: RegexOpt = None,
+               exclude: ExcludeOpt = None,
+               exclude_problems: Annotated[bool, typer.Option(
+                   help="Leave out the files 'hpo data check' reports as errors.")] = False,
+               val: float = 0.15, test: float = 0.15, seed: int = 0,
+               folds: Annotated[int, typer.Option(
+                   help="k > 1: cut the non-test hands into k folds instead of train/val.")] = 0,
+               allow_image_split: Annotated[bool, typer.Option(
+                   help="Split by image when hand ids are missing (inflates accuracy).")] = False,
+               ) -> None:
+    """Split by hand, stratified by letter: no hand and no identical image on two sides."""
+    config = SplitConfig(val=val, test=test, seed=seed, folds=folds,
+                         allow_image_split=allow_image_split)
+    split, report = split_dataset(load_data(data, groups, groups_regex, exclude), config,
+                                  exclude_problems=exclude_problems)
+    split.save(out)
+    if report.exclude():
+        display.console.print(f"left out {len(report.exclude())} file(s): "
+                              f"{', '.join(report.exclude())}")
+    display.split_summary(split.summary())
+    display.console.print(f"wrote {out}")
+
+
+def main() -> None:
+    """Entry point: library errors are user errors, shown without a traceback."""
+    try:
+        app()
+    except DataError as exc:
+        display.err_console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from None

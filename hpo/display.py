@@ -1,0 +1,51 @@
+"""Rich renderings of library results; the CLI prints these and nothing else computes here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rich.console import Console
+from rich.table import Table
+
+from gestures.checks import CheckReport
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def check_report(report: CheckReport) -> None:
+    table = Table(title=f"{report.n_images} images")
+    table.add_column("letter")
+    table.add_column("images", justify="right")
+    for label, n in report.per_class.items():
+        table.add_row(label, str(n))
+    console.print(table)
+    sizes = sorted(report.per_hand.values())
+    if sizes:
+        console.print(f"{len(report.per_hand)} hands, {sizes[0]}–{sizes[-1]} images each "
+                      f"(median {sizes[len(sizes) // 2]})")
+    if report.exif_rotated_hands:
+        hands = ", ".join(f"{h} ({n})" for h, n in report.exif_rotated_hands.items())
+        console.print(f"EXIF-rotated hands (applied when decoding): {hands}")
+    findings = Table(title="findings", show_lines=True)
+    findings.add_column("severity")
+    findings.add_column("kind")
+    findings.add_column("files", justify="right")
+    findings.add_column("detail", overflow="fold")
+    for f in report.findings:
+        severity = "[red]ERROR[/red]" if f.error else "[yellow]note[/yellow]"
+        detail = f.detail if len(f.paths) <= 3 else f"{f.detail} (e.g. {', '.join(f.paths[:3])})"
+        findings.add_row(severity, f.kind, str(len(f.paths)), detail)
+    console.print(findings if report.findings else "[green]no findings[/green]")
+
+
+def split_summary(summary: Mapping[str, Mapping[str, int]]) -> None:
+    names = list(summary)
+    letters = sorted({k for row in summary.values() for k in row} - {"images", "hands"})
+    table = Table(title="hand-disjoint split")
+    table.add_column("")
+    for name in names:
+        table.add_column(name, justify="right")
+    for key in ["images", "hands", *letters]:
+        table.add_row(key, *(str(summary[n].get(key, 0)) for n in names))
+    console.print(table)
