@@ -218,3 +218,10 @@ def _duplicate_findings(data: DataSet, byte_groups: dict[str, list[int]],
                                         f"{how}-identical images in one class: {where}",
                                         error=False))
     return findings
+
+
+def without_problems(data: DataSet) -> tuple[DataSet, CheckReport]:
+    """``data`` less every file the checks report as an error (label conflicts,
+    unreadable files, images without a hand id), and the report that says which."""
+    report = check(data)
+    return data.without(report.exclude()), report

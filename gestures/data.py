@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ DEFAULT_GROUPS_FILE = "hands.csv"
 
 # Decompression-bomb guard: PIL's default (~89 Mpx) warns, twice that raises. We want a
 # clear "huge image" finding instead of a crash or a silent 300 MB allocation.
-MAX_PIXELS = 50_000_000
+MAX_PIXELS = 200_000_000
 Image.MAX_IMAGE_PIXELS = None
 
 
@@ -81,11 +81,17 @@ class DataSet:
 
     def subset(self, paths: Iterable[str]) -> DataSet:
         keep = set(paths)
-        return DataSet(self.root, self.classes, [s for s in self.samples if s.path in keep])
+        return replace(self, samples=[s for s in self.samples if s.path in keep])
 
     def without(self, paths: Iterable[str]) -> DataSet:
+        """Leaves out the listed files; a listed class folder name drops that class."""
         drop = set(paths)
-        return DataSet(self.root, self.classes, [s for s in self.samples if s.path not in drop])
+        return replace(
+            self, classes=tuple(c for c in self.classes if c not in drop),
+            samples=[s for s in self.samples if s.path not in drop and s.label not in drop],
+            bad_rows=[r for r in self.bad_rows if r.split(":", 1)[0] not in drop],
+            files_without_row=[p for p in self.files_without_row if p not in drop],
+            empty_classes=[c for c in self.empty_classes if c not in drop])
 
 
 def read_path_list(path: Path) -> list[str]:
@@ -236,7 +242,7 @@ def resize_square(pixels: np.ndarray, size: int) -> np.ndarray:
     if (new_w, new_h) != (w, h):
         im = im.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=None)
     left, top = (new_w - size) // 2, (new_h - size) // 2
-    return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return np.array(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
 def load_image(path: Path, size: int) -> np.ndarray:

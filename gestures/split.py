@@ -232,6 +232,7 @@ def split_dataset(data: DataSet, config: SplitConfig, *, exclude_problems: bool 
             f"{len(bad)} file(s) would corrupt training ({', '.join(kinds)}), e.g. "
             f"{sorted(bad)[0]}. Pass --exclude-problems to leave them out, or list them with "
             "'hpo data check DATA --exclude-out exclude.txt' and pass --exclude exclude.txt")
-    keep = [i for i, s in enumerate(data.samples) if s.path not in bad]
-    clean = DataSet(data.root, data.classes, [data.samples[i] for i in keep])
-    return make_split(clean, config, infos=[infos[i] for i in keep]), report
+    clean = data.without(bad)
+    kept = {s.path for s in clean.samples}
+    infos = [info for s, info in zip(data.samples, infos, strict=True) if s.path in kept]
+    return make_split(clean, config, infos=infos), report

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gestures.checks import check
+from gestures.artifact import ArtifactError
+from gestures.checks import check, without_problems
 from gestures.data import DataError, DataSet, GroupSource, discover, read_path_list
+from gestures.models import ModelConfigError, WeightsUnavailable, list_models
+from gestures.sanity import overfit as run_overfit
 from gestures.split import SplitConfig, split_dataset
 from hpo import display
 
@@ -18,7 +22,11 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
 data_app = typer.Typer(no_args_is_help=True, help="Check and split an image-folder data set.")
 app.add_typer(data_app, name="data")
 
+DEFAULT_DATA = Path(os.environ.get("GESTURES_DATA", "../shared/data/gestures"))
 DataArg = Annotated[Path, typer.Argument(help="Folder with one sub-folder per letter.")]
+OptionalDataArg = Annotated[Path, typer.Argument(
+    help="Folder with one sub-folder per letter (default: $GESTURES_DATA or "
+    "../shared/data/gestures).")]
 GroupsOpt = Annotated[Path | None, typer.Option(
     "--groups", help="CSV with path,label,hand (default: DATA/hands.csv).")]
 RegexOpt = Annotated[str | None, typer.Option(
@@ -80,10 +88,30 @@ def data_split(data: DataArg,
     display.console.print(f"wrote {out}")
 
 
+@app.command()
+def overfit(data: OptionalDataArg = DEFAULT_DATA,
+            model: Annotated[str, typer.Option(help=f"One of {list_models()}.")] = "simple_cnn",
+            images: Annotated[int, typer.Option(help="Images to memorise (whole hands).")] = 48,
+            steps: Annotated[int, typer.Option(help="Most full-batch iterations.")] = 200,
+            lr: float = 3e-3, seed: int = 0) -> None:
+    """Sanity check: memorise a few hands to 100% training accuracy, else exit 1."""
+    clean, report = without_problems(discover(data))
+    if report.exclude():
+        display.console.print(f"left out {len(report.exclude())} file(s) with errors "
+                              "(see 'hpo data check')")
+    result = run_overfit(clean, model, n_images=images, max_steps=steps, lr=lr, seed=seed)
+    display.overfit_curve(result.history)
+    verdict = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
+    display.console.print(f"{verdict}: {model} on {result.images} images of hands "
+                          f"{', '.join(result.hands)}: {result.history[-1].val_acc:.1%} after "
+                          f"{result.steps} steps")
+    raise typer.Exit(0 if result.passed else 1)
+
+
 def main() -> None:
     """Entry point: library errors are user errors, shown without a traceback."""
     try:
         app()
-    except DataError as exc:
+    except (DataError, ModelConfigError, WeightsUnavailable, ArtifactError) as exc:
         display.err_console.print(f"[red]error:[/red] {exc}")
         raise SystemExit(2) from None

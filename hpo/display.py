@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gestures.checks import CheckReport
+from gestures.train import EpochStats
 
 console = Console()
 err_console = Console(stderr=True)
@@ -48,4 +49,14 @@ def split_summary(summary: Mapping[str, Mapping[str, int]]) -> None:
         table.add_column(name, justify="right")
     for key in ["images", "hands", *letters]:
         table.add_row(key, *(str(summary[n].get(key, 0)) for n in names))
+    console.print(table)
+
+
+def overfit_curve(history: list[EpochStats], every: int = 10) -> None:
+    table = Table(title="memorisation curve")
+    for col in ("step", "train loss", "train accuracy"):
+        table.add_column(col, justify="right")
+    for stats in history:
+        if stats.steps % every == 0 or stats is history[-1] or stats.steps == 1:
+            table.add_row(str(stats.steps), f"{stats.train_loss:.4f}", f"{stats.val_acc:.1%}")
     console.print(table)
