@@ -15,12 +15,20 @@ from gestures.data import DataError, DataSet, GroupSource, discover, read_path_l
 from gestures.models import ModelConfigError, WeightsUnavailable, list_models
 from gestures.sanity import overfit as run_overfit
 from gestures.split import SplitConfig, split_dataset
-from hpo import display
+from hpo import display, service
+from hpo.storage import StorageError, artifact_store, open_storage, resolve_url
+from hpo.studyfile import StudyFileError, load_study_file
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hyperparameter search for hand-gesture (ASL A–I) classifiers.")
 data_app = typer.Typer(no_args_is_help=True, help="Check and split an image-folder data set.")
 app.add_typer(data_app, name="data")
+study_app = typer.Typer(no_args_is_help=True, help="Create and list studies.")
+app.add_typer(study_app, name="study")
+
+StorageOpt = Annotated[str | None, typer.Option(
+    "--storage", envvar="HPO_STORAGE",
+    help="Database URL shared by all commands and workers (default: sqlite:///studies/hpo.db).")]
 
 DEFAULT_DATA = Path(os.environ.get("GESTURES_DATA", "../shared/data/gestures"))
 DataArg = Annotated[Path, typer.Argument(help="Folder with one sub-folder per letter.")]
@@ -108,10 +116,63 @@ def overfit(data: OptionalDataArg = DEFAULT_DATA,
     raise typer.Exit(0 if result.passed else 1)
 
 
+@study_app.command("create")
+def study_create(file: Annotated[Path, typer.Argument(help="A study file, e.g. "
+                                                      "studies/simple_cnn.toml.")],
+                 storage: StorageOpt = None) -> None:
+    """Validate a study file and create the study (idempotent)."""
+    spec = load_study_file(file)
+    study = service.create_study(spec, storage)
+    display.console.print(f"study [bold]{study.study_name}[/bold]: {spec.model}, "
+                          f"{len(spec.search)} searched parameters, budget {spec.n_trials} "
+                          f"trials; start workers with 'hpo worker {spec.name}'")
+
+
+@study_app.command("list")
+def study_list(storage: StorageOpt = None) -> None:
+    """List the studies in the storage."""
+    display.study_list(service.list_studies(storage))
+
+
+@app.command()
+def worker(study: str, storage: StorageOpt = None,
+           n_trials: Annotated[int | None, typer.Option(
+               help="Most trials for this worker (default: until the study's budget).")] = None,
+           timeout: Annotated[float | None, typer.Option(help="Seconds for this worker.")] = None,
+           threads: Annotated[int | None, typer.Option(
+               help="CPU threads for this worker (2 workers on 2 cores: 1 each).")] = None,
+           ) -> None:
+    """Run trials of STUDY until its budget is spent; start one per machine or GPU."""
+    done = service.run_worker(study, storage, n_trials, timeout, threads)
+    display.console.print(f"worker finished {done} trial(s) of {study}")
+    display.study_status(service.study_status(study, storage))
+
+
+@app.command()
+def status(study: str, storage: StorageOpt = None) -> None:
+    """Trials by state, best value and parameters, fraction pruned, time spent."""
+    display.study_status(service.study_status(study, storage))
+
+
+@app.command()
+def dashboard(storage: StorageOpt = None, host: str = "127.0.0.1", port: int = 8080,
+              artifacts: Annotated[str | None, typer.Option(
+                  envvar="HPO_ARTIFACTS", help="Artifact folder (default: beside SQLite).")]
+              = None) -> None:
+    """Serve optuna-dashboard on the same storage and artifact store."""
+    from optuna_dashboard import run_server
+
+    url = resolve_url(storage)
+    display.console.print(f"optuna-dashboard for {url} on http://{host}:{port}/")
+    run_server(open_storage(url), host=host, port=port,
+               artifact_store=artifact_store(url, artifacts))
+
+
 def main() -> None:
     """Entry point: library errors are user errors, shown without a traceback."""
     try:
         app()
-    except (DataError, ModelConfigError, WeightsUnavailable, ArtifactError) as exc:
+    except (DataError, ModelConfigError, WeightsUnavailable, ArtifactError, StudyFileError,
+            StorageError, service.StudyNotFound) as exc:
         display.err_console.print(f"[red]error:[/red] {exc}")
         raise SystemExit(2) from None

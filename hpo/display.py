@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from optuna.study import StudySummary
 from rich.console import Console
 from rich.table import Table
 
 from gestures.checks import CheckReport
 from gestures.train import EpochStats
+from hpo.service import StudyStatus
 
 console = Console()
 err_console = Console(stderr=True)
@@ -59,4 +61,30 @@ def overfit_curve(history: list[EpochStats], every: int = 10) -> None:
     for stats in history:
         if stats.steps % every == 0 or stats is history[-1] or stats.steps == 1:
             table.add_row(str(stats.steps), f"{stats.train_loss:.4f}", f"{stats.val_acc:.1%}")
+    console.print(table)
+
+
+def study_list(summaries: list[StudySummary]) -> None:
+    table = Table(title="studies")
+    for col in ("study", "model", "trials", "best val accuracy"):
+        table.add_column(col)
+    for s in summaries:
+        spec = s.user_attrs.get("spec", {})
+        best = f"{s.best_trial.value:.1%}" if s.best_trial and s.best_trial.value else "-"
+        table.add_row(s.study_name, spec.get("model", "?"), str(s.n_trials), best)
+    console.print(table)
+
+
+def study_status(st: StudyStatus) -> None:
+    table = Table(title=f"study {st.name} ({st.model}), budget {st.budget} trials")
+    table.add_column("")
+    table.add_column("")
+    for state, n in st.by_state.items():
+        table.add_row(f"trials {state.lower()}", str(n))
+    table.add_row("pruned fraction", f"{st.pruned_fraction:.0%}")
+    table.add_row("time spent in trials", f"{st.seconds / 60:.1f} min")
+    if st.best_value is not None:
+        table.add_row("best val accuracy", f"{st.best_value:.1%} (trial {st.best_trial})")
+        for k, v in st.best_params.items():
+            table.add_row(f"  {k}", f"{v:.4g}" if isinstance(v, float) else str(v))
     console.print(table)
