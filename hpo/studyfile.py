@@ -268,7 +268,7 @@ def parse_study(raw: dict[str, Any], base: Path = Path(".")) -> StudySpec:
                              ("sampler.n_startup_trials", int, "an integer"),
                              ("sampler.multivariate", bool, "true or false"),
                              ("sampler.constant_liar", bool, "true or false")):
-        section, name = key.split(".")
+        name = key.split(".")[1]
         if name in sampler:
             _typed(sampler[name], kinds, key, what)
     for name in set(pruner) - {"type"}:
