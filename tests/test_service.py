@@ -205,3 +205,77 @@ def test_absurd_learning_rate_is_pruned(tmp_path, data_root, small_split):
     assert trials[0].state == TrialState.COMPLETE
     assert trials[1].state == TrialState.PRUNED, trials[1].user_attrs
     assert trials[1].user_attrs.get("pruned_reason")
+
+
+# --- PostgreSQL and the dashboard (servers started by bin/services) -----------------------
+
+
+def test_two_workers_share_postgresql(tmp_path, data_root, small_split, monkeypatch):
+    url = os.environ.get("HPO_TEST_POSTGRES")
+    assert url, "HPO_TEST_POSTGRES is unset: run the suite with bin/test, which starts PostgreSQL"
+    monkeypatch.setenv("HPO_ARTIFACTS", str(tmp_path / "artifacts"))
+    name = f"pg-{os.getpid()}-{int(time.time())}"
+    spec = load_study_file(_write_study(tmp_path, data_root, small_split, name, n_trials=3))
+    service.create_study(spec, url)
+    try:
+        workers = [_worker(name, url) for _ in range(2)]
+        outputs = [w.communicate(timeout=300)[0] for w in workers]
+        assert all(w.returncode == 0 for w in workers), outputs
+        trials = _trials(name, url)
+        finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        assert len(finished) >= 3
+        assert not [t for t in trials if t.state == TrialState.RUNNING]
+        assert list((tmp_path / "artifacts").rglob("*"))  # checkpoints landed in the store
+    finally:
+        optuna.delete_study(study_name=name, storage=open_storage(url))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_shows_study_and_trials(tmp_path, data_root, small_split):
+    from playwright.sync_api import sync_playwright
+
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    spec = load_study_file(_write_study(tmp_path, data_root, small_split, "dash-study",
+                                        n_trials=2))
+    service.create_study(spec, url)
+    service.run_worker("dash-study", url)
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--storage", url,
+                               "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                args=["--headless", "--no-sandbox", "--disable-gpu",
+                      "--disable-background-networking"])
+            page = browser.new_page()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    page.goto(f"http://127.0.0.1:{port}/dashboard/",
+                              wait_until="domcontentloaded")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise
+                    time.sleep(0.5)
+            page.get_by_text("dash-study").first.wait_for(timeout=30_000)
+            # The study page plots the trials' history and their parameters' importance,
+            # which exists only once trials have finished and been read from the storage.
+            page.goto(f"http://127.0.0.1:{port}/dashboard/studies/1",
+                      wait_until="domcontentloaded")
+            page.get_by_text("batch_size", exact=True).first.wait_for(timeout=30_000)
+            text = page.inner_text("body")
+            browser.close()
+        assert "dash-study" in text and "Hyperparameter Importance" in text, text[:2000]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
