@@ -37,7 +37,7 @@ def bare_loop(model, inputs, epochs: int, batch_size: int) -> float:
     for _ in range(epochs):
         model.train()
         for idx in torch.randperm(len(inputs), generator=g).split(batch_size):
-            x = model.preprocessing.normalize(inputs.x[idx])
+            x = model.preprocessing(inputs.x[idx])
             loss = loss_fn(model(x), inputs.y[idx])
             opt.zero_grad()
             loss.backward()

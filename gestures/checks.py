@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gestures.data import DataSet, UnreadableImage, decode
+from gestures.data import DataSet, UnreadableImage, decode, hand_sort_key
 
 TINY_SIDE = 64  # below this a 224 px model sees mostly interpolation
 HUGE_SIDE = 4096  # decodes fine, but costs ~50 MB a photo and is rarely a real hand shot
@@ -177,13 +177,10 @@ def check(data: DataSet, progress: Callable[[int, int], None] | None = None,
     return CheckReport(
         root=str(data.root), n_images=len(samples), classes=list(data.classes),
         per_class={c: per_class.get(c, 0) for c in data.classes},
-        per_hand=dict(sorted(per_hand.items(), key=lambda kv: _hand_key(kv[0]))),
-        exif_rotated_hands=dict(sorted(rotated_hands.items(), key=lambda kv: _hand_key(kv[0]))),
+        per_hand=dict(sorted(per_hand.items(), key=lambda kv: hand_sort_key(kv[0]))),
+        exif_rotated_hands=dict(sorted(rotated_hands.items(),
+                                       key=lambda kv: hand_sort_key(kv[0]))),
         findings=findings)
-
-
-def _hand_key(hand: str) -> tuple[int, str]:
-    return (int(hand), "") if hand.isdigit() else (1 << 62, hand)
 
 
 def _duplicate_findings(data: DataSet, byte_groups: dict[str, list[int]],

@@ -94,6 +94,11 @@ class DataSet:
             empty_classes=[c for c in self.empty_classes if c not in drop])
 
 
+def hand_sort_key(hand: str) -> tuple[int, int, str]:
+    """Numeric hand ids in numeric order, then any others alphabetically."""
+    return (0, int(hand), "") if hand.isdigit() else (1, 0, hand)
+
+
 def read_path_list(path: Path) -> list[str]:
     """Reads an exclude list: one relative path per line, '#' starts a comment."""
     if not path.is_file():

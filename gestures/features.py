@@ -40,7 +40,7 @@ def cached_features(model: GestureModel, images: ImageArray, cache_dir: Path | N
         with torch.no_grad():
             for start in range(0, len(out), batch_size):
                 x = torch.from_numpy(np.array(images.images[start:start + batch_size]))
-                x = model.preprocessing.normalize(x.to(dev))  # (B, 3, S, S)
+                x = model.preprocessing(x.to(dev))  # (B, 3, S, S)
                 out[start:start + len(x)] = model.forward_features(x).cpu().half().numpy()
 
     return cached_array(path, shape, np.float16, fill)

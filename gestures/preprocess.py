@@ -1,9 +1,9 @@
 """Preprocessing, defined once and carried by every model and checkpoint.
 
 Images reach a model as uint8 (B, S, S, 3) batches already resized by the decoder
-(:func:`gestures.data.load_image`); :meth:`Preprocessing.normalize` turns them into
-the float (B, 3, S, S) tensor the network expects. Augmentation is a separate, training
-only step (:func:`augment`), applied to the uint8-valued floats before normalising.
+(:func:`gestures.data.load_image`); calling a :class:`Preprocessing` on them gives the
+float (B, 3, S, S) tensor the network expects. Training inserts augmentation
+(:func:`augment`) between the layout change and :meth:`Preprocessing.normalize`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ class Preprocessing:
     mean: tuple[float, float, float]  # on the 0..255 pixel scale
     std: tuple[float, float, float]
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, S, S, 3) uint8 or 0..255 float -> (B, 3, S, S) float32 normalised."""
-        x = images.permute(0, 3, 1, 2).float() if images.shape[-1] == 3 else images.float()
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) 0..255 float -> (B, 3, S, S) float32 normalised."""
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return (x.float() - mean) / std
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Decoded (B, S, S, 3) uint8 images -> (B, 3, S, S) network input, no augmentation."""
+        return self.normalize(images.permute(0, 3, 1, 2).float())
 
     def to_dict(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std)}

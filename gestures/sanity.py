@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gestures.data import DataSet
+from gestures.data import DataSet, hand_sort_key
 from gestures.features import build_inputs
 from gestures.models import create_model
 from gestures.train import EpochStats, StopTraining, TrainConfig, fit
@@ -35,7 +35,7 @@ def few_hands(data: DataSet, n_images: int) -> DataSet:
     for s in data.samples:
         by_hand.setdefault(str(s.hand), []).append(s.path)
     chosen: list[str] = []
-    for hand in sorted(by_hand, key=lambda h: (not h.isdigit(), int(h) if h.isdigit() else h)):
+    for hand in sorted(by_hand, key=hand_sort_key):
         if len(chosen) >= n_images:
             break
         chosen += by_hand[hand]

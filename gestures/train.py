@@ -225,6 +225,9 @@ def fit(model: GestureModel, train: Inputs, val: Inputs | None, config: TrainCon
     to ``checkpoint`` as a self-describing model file."""
     if len(train) == 0:
         raise ValueError("no training examples; check the split file")
+    if checkpoint is not None and len(classes) != model.num_classes:
+        raise ValueError(f"a checkpoint needs the {model.num_classes} class names; got "
+                         f"{list(classes)}")
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)

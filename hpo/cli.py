@@ -173,6 +173,6 @@ def main() -> None:
     try:
         app()
     except (DataError, ModelConfigError, WeightsUnavailable, ArtifactError, StudyFileError,
-            StorageError, service.StudyNotFound) as exc:
+            StorageError, service.StudyError) as exc:
         display.err_console.print(f"[red]error:[/red] {exc}")
         raise SystemExit(2) from None

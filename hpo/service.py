@@ -34,8 +34,8 @@ SPEC_ATTR = "spec"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-class StudyNotFound(ValueError):
-    """No study of that name in the storage; the message lists the ones there are."""
+class StudyError(ValueError):
+    """A study is missing or clashes with an existing one; the message says what to do."""
 
 
 def create_study(spec: StudySpec, storage_url: str | None = None) -> optuna.Study:
@@ -49,7 +49,7 @@ def create_study(spec: StudySpec, storage_url: str | None = None) -> optuna.Stud
     stored = study.user_attrs.get(SPEC_ATTR)
     new = json.loads(json.dumps(spec.to_dict()))
     if stored is not None and stored != new:
-        raise StudyNotFound(f"study {spec.name!r} already exists in {url} with a different "
+        raise StudyError(f"study {spec.name!r} already exists in {url} with a different "
                             "study file; rename the study or delete it first")
     study.set_user_attr(SPEC_ATTR, new)
     study.set_user_attr("objective", "validation accuracy of the best epoch (maximise)")
@@ -65,12 +65,14 @@ def load_study(name: str, storage_url: str | None = None) -> tuple[optuna.Study,
     """The study and its spec, with the sampler, pruner and heartbeats the spec asks for."""
     quiet_optuna()
     url = resolve_url(storage_url)
-    names = optuna.get_all_study_names(open_storage(url))
+    probe = open_storage(url)
+    names = optuna.get_all_study_names(probe)
     if name not in names:
-        raise StudyNotFound(f"no study {name!r} in {url}; studies there: {names or 'none'}. "
-                            "Create it with 'hpo study create FILE' (same --storage)")
-    probe = optuna.load_study(study_name=name, storage=open_storage(url))
-    spec = StudySpec.from_dict(probe.user_attrs[SPEC_ATTR])
+        raise StudyError(f"no study {name!r} in {url}; studies there: {names or 'none'}. "
+                         "Create it with 'hpo study create FILE' (same --storage)")
+    attrs = probe.get_study_user_attrs(probe.get_study_id_from_name(name))
+    spec = StudySpec.from_dict(attrs[SPEC_ATTR])
+    # Heartbeats are a property of the storage object, so reopen it with the spec's.
     w = spec.workers
     storage = open_storage(url, w.heartbeat_interval, w.grace_period, w.max_retry)
     study = optuna.load_study(study_name=name, storage=storage, sampler=spec.sampler.build(),

@@ -15,8 +15,7 @@ from typing import Any
 
 import optuna
 
-from gestures.models import ModelConfigError, list_models, model_config
-from gestures.models.base import config_fields
+from gestures.models import ModelConfigError, list_models, model_config, model_params
 from gestures.train import TrainConfig
 
 # Training parameters a study may set; "augment" switches the augmentation preset,
@@ -198,7 +197,7 @@ class StudySpec:
 
     def split_params(self, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(model params, training params) from one flat dict of fixed + sampled values."""
-        model_keys = set(config_fields(type(model_config(self.model))))
+        model_keys = set(model_params(self.model))
         return ({k: v for k, v in params.items() if k in model_keys},
                 {k: v for k, v in params.items() if k not in model_keys})
 
@@ -233,7 +232,7 @@ def parse_study(raw: dict[str, Any], base: Path = Path(".")) -> StudySpec:
             if not p.is_file():
                 raise _fail(key, f"file {p} does not exist")
             paths[key] = str(p)
-    model_keys = set(config_fields(type(model_config(raw["model"]))))
+    model_keys = set(model_params(raw["model"]))
     valid = sorted(model_keys | set(TRAIN_KEYS))
     fixed = _section(raw, "fixed", None)
     search_raw = _section(raw, "search", None)
@@ -282,14 +281,14 @@ def parse_study(raw: dict[str, Any], base: Path = Path(".")) -> StudySpec:
         name=raw["name"], model=raw["model"], data=str(data), groups=paths.get("groups"),
         split=paths.get("split"), seed=_typed(raw.get("seed", 0), int, "seed", "an integer"),
         fixed=fixed, search=search, sampler=SamplerSpec(**sampler),
-        pruner=PrunerSpec(**{k: v for k, v in pruner.items()}), n_trials=n_trials,
+        pruner=PrunerSpec(**pruner), n_trials=n_trials,
         timeout=timeout, storage=storage, workers=WorkerSpec(**workers),
         description=str(raw.get("description", "")))
 
 
 def _validate_fixed(model: str, fixed: dict[str, Any]) -> None:
     """Fixed values go through the same config dataclasses as trials do."""
-    model_keys = set(config_fields(type(model_config(model))))
+    model_keys = set(model_params(model))
     try:
         model_config(model, **{k: v for k, v in fixed.items() if k in model_keys})
     except (ModelConfigError, TypeError) as exc:

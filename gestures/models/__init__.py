@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gestures.models.backbones import WeightsUnavailable, get_backbone, list_backbones
-from gestures.models.base import GestureModel, ModelConfigError, config_fields
+from gestures.models.base import GestureModel, ModelConfigError, config_fields, lookup
 from gestures.models.finetune import Finetune, FinetuneConfig
 from gestures.models.simple_cnn import SimpleCNN, SimpleCNNConfig
 from gestures.models.transfer_cnn import TransferCNN, TransferCNNConfig
 
 __all__ = ["GestureModel", "ModelConfigError", "WeightsUnavailable", "create_model",
-           "get_backbone", "list_backbones", "list_models", "model_config"]
+           "get_backbone", "list_backbones", "list_models", "model_config", "model_params"]
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,14 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _entry(name: str) -> _Entry:
-    if name not in _REGISTRY:
-        raise ModelConfigError(f"unknown model {name!r}; available: {list_models()}")
-    return _REGISTRY[name]
+def model_params(name: str) -> list[str]:
+    """The parameter names ``create_model(name, ...)`` accepts."""
+    return config_fields(lookup(_REGISTRY, name, "model").config)
 
 
 def model_config(name: str, **params: Any) -> Any:
     """The validated config dataclass for ``name``; unknown parameters list the valid ones."""
-    entry = _entry(name)
+    entry = lookup(_REGISTRY, name, "model")
     valid = config_fields(entry.config)
     unknown = sorted(set(params) - set(valid))
     if unknown:
@@ -57,4 +56,4 @@ def model_config(name: str, **params: Any) -> Any:
 def create_model(name: str, num_classes: int = 9, **params: Any) -> GestureModel:
     if num_classes < 2:
         raise ModelConfigError(f"num_classes={num_classes} is invalid; need at least 2")
-    return _entry(name).build(model_config(name, **params), num_classes)
+    return lookup(_REGISTRY, name, "model").build(model_config(name, **params), num_classes)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gestures.models.base import ModelConfigError
+from gestures.models.base import ModelConfigError, lookup
 from gestures.preprocess import IMAGENET, TF_LITE, Preprocessing
 
 WEIGHT_CHOICES = "'imagenet', 'random' or a path to a state-dict file"
@@ -187,12 +187,12 @@ def list_backbones() -> list[str]:
 
 
 def get_backbone(name: str) -> BackboneSpec:
-    if name not in BACKBONES:
-        raise ModelConfigError(f"unknown backbone {name!r}; available: {list_backbones()}")
-    return BACKBONES[name]
+    return lookup(BACKBONES, name, "backbone")
 
 
-def check_weights(weights: str) -> None:
+def require_backbone(backbone: str, weights: str) -> None:
+    """Validates the (backbone, weights) pair of a pretrained family's config."""
+    get_backbone(backbone)
     if weights not in ("imagenet", "random") and not Path(weights).is_file():
         raise ModelConfigError(f"weights={weights!r} is neither a keyword nor an existing file; "
                                f"use {WEIGHT_CHOICES}")

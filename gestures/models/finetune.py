@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gestures.models.backbones import check_weights, feature_shape, get_backbone, list_backbones
-from gestures.models.base import GestureModel, require
+from gestures.models.backbones import feature_shape, get_backbone, require_backbone
+from gestures.models.base import GestureModel, require, require_common
 from gestures.preprocess import Preprocessing
 
 
@@ -21,14 +21,10 @@ class FinetuneConfig:
     image_size: int = 160
 
     def __post_init__(self) -> None:
-        require(self.backbone in list_backbones(), "backbone", self.backbone,
-                str(list_backbones()))
-        check_weights(self.weights)
+        require_backbone(self.backbone, self.weights)
+        require_common(self.dropout, self.image_size)
         require(isinstance(self.trainable_stages, int) and self.trainable_stages >= -1,
                 "trainable_stages", self.trainable_stages, "-1 (all) or an int >= 0")
-        require(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
-        require(isinstance(self.image_size, int) and 64 <= self.image_size <= 512,
-                "image_size", self.image_size, "an int in 64..512")
 
 
 class Finetune(GestureModel):

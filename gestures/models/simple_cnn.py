@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gestures.models.base import GestureModel, ModelConfigError, require
+from gestures.models.base import GestureModel, ModelConfigError, require, require_common
 from gestures.preprocess import CENTRED, Preprocessing
 
 LAB_SIZE = 224
@@ -25,9 +25,7 @@ class SimpleCNNConfig:
     def __post_init__(self) -> None:
         require(isinstance(self.conv_dilation, int) and 1 <= self.conv_dilation <= 8,
                 "conv_dilation", self.conv_dilation, "an int in 1..8")
-        require(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
-        require(isinstance(self.image_size, int) and 64 <= self.image_size <= 512,
-                "image_size", self.image_size, "an int in 64..512")
+        require_common(self.dropout, self.image_size)
         require(0.25 <= self.width <= 16, "width", self.width, "a float in [0.25, 16]")
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gestures.models.backbones import check_weights, feature_shape, get_backbone, list_backbones
-from gestures.models.base import GestureModel, ModelConfigError, require
+from gestures.models.backbones import feature_shape, get_backbone, require_backbone
+from gestures.models.base import GestureModel, ModelConfigError, require, require_common
 from gestures.preprocess import Preprocessing
 
 HEADS = ("lab", "mlp")
@@ -35,14 +35,10 @@ class TransferCNNConfig:
         require(self.head in HEADS, "head", self.head, str(HEADS))
         require(isinstance(self.hidden, int) and self.hidden >= 8, "hidden", self.hidden,
                 "an int >= 8")
-        require(self.backbone in list_backbones(), "backbone", self.backbone,
-                str(list_backbones()))
-        check_weights(self.weights)
+        require_backbone(self.backbone, self.weights)
+        require_common(self.dropout, self.image_size)
         require(isinstance(self.conv_dilation, int) and 1 <= self.conv_dilation <= 8,
                 "conv_dilation", self.conv_dilation, "an int in 1..8")
-        require(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "a float in [0, 1)")
-        require(isinstance(self.image_size, int) and 64 <= self.image_size <= 512,
-                "image_size", self.image_size, "an int in 64..512")
 
 
 class TransferCNN(GestureModel):
