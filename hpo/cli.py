@@ -9,13 +9,16 @@ from typing import Annotated
 
 import typer
 
-from gestures.artifact import ArtifactError
+from gestures.artifact import ArtifactError, load_model
 from gestures.checks import check, without_problems
 from gestures.data import DataError, DataSet, GroupSource, discover, read_path_list
+from gestures.evaluate import evaluate, predict
 from gestures.models import ModelConfigError, WeightsUnavailable, list_models
 from gestures.sanity import overfit as run_overfit
 from gestures.split import SplitConfig, split_dataset
 from hpo import display, service
+from hpo.promote import compare, promote
+from hpo.run import RunConfig, run
 from hpo.storage import StorageError, artifact_store, open_storage, resolve_url
 from hpo.studyfile import StudyFileError, load_study_file
 
@@ -166,6 +169,65 @@ def dashboard(storage: StorageOpt = None, host: str = "127.0.0.1", port: int = 8
     display.console.print(f"optuna-dashboard for {url} on http://{host}:{port}/")
     run_server(open_storage(url), host=host, port=port,
                artifact_store=artifact_store(url, artifacts))
+
+
+@app.command("promote")
+def promote_cmd(study: str, storage: StorageOpt = None,
+                out: Annotated[Path | None, typer.Option(
+                    help="Report folder (default: reports/STUDY).")] = None,
+                force: Annotated[bool, typer.Option(
+                    help="Evaluate the test split again; the report is marked not clean.")]
+                = False) -> None:
+    """Evaluate the best trial once on the test hands and write the report."""
+    result = promote(study, storage, out, force)
+    display.test_result(result.report["test"])
+    display.console.print(f"report: {result.out / 'report.md'}  model: {result.model_file}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(model: Path, data: DataArg,
+                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Accuracy, per-letter accuracy and confusion matrix of MODEL on a labelled folder."""
+    result = evaluate(load_model(model), discover(data)).to_dict()
+    if as_json:
+        print(json.dumps({k: v for k, v in result.items() if k != "predictions"}, indent=2))
+    else:
+        display.test_result(result)
+
+
+@app.command("predict")
+def predict_cmd(model: Path, images: list[Path], top_k: int = 3,
+                as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Top-k letters per image, with the training preprocessing (EXIF applied)."""
+    predictions, unreadable = predict(load_model(model), images, top_k)
+    if as_json:
+        print(json.dumps({"predictions": [{"path": p.path, "top": [
+            {"label": c, "probability": q} for c, q in p.top]} for p in predictions],
+            "unreadable": unreadable}, indent=2))
+    else:
+        display.predictions(predictions, unreadable)
+    raise typer.Exit(1 if unreadable and not predictions else 0)
+
+
+@app.command("compare")
+def compare_cmd(studies: list[str], storage: StorageOpt = None) -> None:
+    """Side-by-side: best validation accuracy, test accuracy if promoted, trials, time."""
+    display.comparison(compare(studies, storage))
+
+
+@app.command("run")
+def run_cmd(data: OptionalDataArg = DEFAULT_DATA,
+            out: Annotated[Path | None, typer.Option(
+                help="Run folder (default: runs/<timestamp>).")] = None,
+            budget: Annotated[str, typer.Option(
+                help="cpu, gpu (the studies' [gpu] budgets) or auto (gpu with CUDA).")]
+            = "auto",
+            seed: int = 0) -> None:
+    """The main job: check, split, run the shipped studies, promote, report."""
+    result = run(RunConfig(data, out, profile=budget, seed=seed), log=display.console.print)
+    display.comparison(result.statuses)
+    display.console.print(f"done in {result.minutes:.1f} min; winner {result.winner}; "
+                          f"report: {result.report}  model: {result.out / 'model.pt'}")
 
 
 def main() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from optuna.study import StudySummary
 from rich.console import Console
 from rich.table import Table
 
 from gestures.checks import CheckReport
+from gestures.evaluate import Prediction
 from gestures.train import EpochStats
 from hpo.service import StudyStatus
 
@@ -83,8 +85,57 @@ def study_status(st: StudyStatus) -> None:
         table.add_row(f"trials {state.lower()}", str(n))
     table.add_row("pruned fraction", f"{st.pruned_fraction:.0%}")
     table.add_row("time spent in trials", f"{st.seconds / 60:.1f} min")
+    if st.promotion:
+        p = st.promotion
+        table.add_row("test accuracy", f"{p['test_accuracy']:.1%} (trial {p['trial']}, "
+                      f"{p['time']}{'' if p['clean'] else ', NOT clean'})")
     if st.best_value is not None:
         table.add_row("best val accuracy", f"{st.best_value:.1%} (trial {st.best_trial})")
         for k, v in st.best_params.items():
             table.add_row(f"  {k}", f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(table)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x:.1%}"  # x != x: NaN
+
+
+def test_result(r: Mapping[str, Any]) -> None:
+    lo, hi = r["ci95"]
+    console.print(f"accuracy [bold]{_pct(r['accuracy'])}[/bold] on {r['n']} images "
+                  f"(95% CI {_pct(lo)}–{_pct(hi)} over {r['ci_unit']}s; chance "
+                  f"{_pct(r['chance'])})")
+    table = Table(title="per letter")
+    table.add_column("true \\ predicted")
+    for c in r["classes"]:
+        table.add_column(c, justify="right")
+    table.add_column("accuracy", justify="right")
+    for c, row in zip(r["classes"], r["confusion"], strict=True):
+        table.add_row(c, *(str(v) if v else "." for v in row), _pct(r["per_class"][c]))
+    console.print(table)
+    for path, why in r["unreadable"].items():
+        err_console.print(f"[yellow]skipped unreadable[/yellow] {path}: {why}")
+
+
+def predictions(preds: list[Prediction], unreadable: Mapping[str, str]) -> None:
+    table = Table(title="predictions")
+    table.add_column("image")
+    table.add_column("top letters")
+    for p in preds:
+        table.add_row(p.path, "  ".join(f"{c} {q:.1%}" for c, q in p.top))
+    console.print(table)
+    for path, why in unreadable.items():
+        err_console.print(f"[yellow]skipped unreadable[/yellow] {path}: {why}")
+
+
+def comparison(statuses: list[StudyStatus]) -> None:
+    table = Table(title="studies compared")
+    for col in ("study", "model", "best val", "test (95% CI)", "trials", "minutes"):
+        table.add_column(col)
+    for s in statuses:
+        p = s.promotion
+        test = f"{_pct(p['test_accuracy'])} ({_pct(p['ci95'][0])}–{_pct(p['ci95'][1])})" \
+            + ("" if p["clean"] else " not clean") if p else "not promoted"
+        trials = ", ".join(f"{n} {k.lower()}" for k, n in s.by_state.items())
+        table.add_row(s.name, s.model, _pct(s.best_value), test, trials, f"{s.seconds / 60:.1f}")
     console.print(table)

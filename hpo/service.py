@@ -31,6 +31,7 @@ from hpo.storage import artifact_store, open_storage, quiet_optuna, resolve_url
 from hpo.studyfile import StudySpec
 
 SPEC_ATTR = "spec"
+PROMOTIONS_ATTR = "promotions"  # list of test evaluations, written by hpo.promote
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -200,6 +201,7 @@ class StudyStatus:
     best_trial: int | None
     pruned_fraction: float
     seconds: float
+    promotion: dict[str, Any] | None  # the latest test evaluation, if promoted
 
 
 def study_status(name: str, storage_url: str | None = None) -> StudyStatus:
@@ -213,4 +215,5 @@ def study_status(name: str, storage_url: str | None = None) -> StudyStatus:
     return StudyStatus(name, spec.model, spec.n_trials, {k: v for k, v in by_state.items() if v},
                        best.value if best else None, best.params if best else {},
                        best.number if best else None,
-                       by_state["PRUNED"] / finished if finished else 0.0, seconds)
+                       by_state["PRUNED"] / finished if finished else 0.0, seconds,
+                       (study.user_attrs.get(PROMOTIONS_ATTR) or [None])[-1])

@@ -23,7 +23,10 @@ from gestures.train import TrainConfig
 TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum",
               "schedule", "label_smoothing", "augment", "hflip")
 TOP_KEYS = {"name", "model", "data", "groups", "split", "seed", "fixed", "search", "sampler",
-            "pruner", "budget", "storage", "workers", "description"}
+            "pruner", "budget", "storage", "workers", "description", "gpu"}
+# [gpu]: a bigger budget used when a GPU is present (or asked for): its [gpu.fixed] and
+# [gpu.budget] tables replace the same keys of [fixed] and [budget].
+GPU_KEYS = {"fixed", "budget"}
 DISTRIBUTION_KEYS = {"int": {"type", "low", "high", "log", "step"},
                      "float": {"type", "low", "high", "log", "step"},
                      "categorical": {"type", "choices"}}
@@ -303,7 +306,22 @@ def _validate_fixed(model: str, fixed: dict[str, Any]) -> None:
             _typed(fixed[flag], bool, f"fixed.{flag}", "true or false")
 
 
-def load_study_file(path: Path) -> StudySpec:
+def apply_profile(raw: dict[str, Any], profile: str) -> dict[str, Any]:
+    """The study file as run under ``profile`` ("cpu": as written; "gpu": with [gpu])."""
+    if profile not in ("cpu", "gpu"):
+        raise StudyFileError(f"profile {profile!r} is unknown; use 'cpu' or 'gpu'")
+    gpu = _section(raw, "gpu", GPU_KEYS)
+    raw = {k: v for k, v in raw.items() if k != "gpu"}
+    if profile == "gpu":
+        for key in GPU_KEYS:
+            raw[key] = {**_section(raw, key, None), **_section(gpu, key, None)}
+    return raw
+
+
+def load_study_file(path: Path, profile: str = "cpu",
+                    overrides: dict[str, Any] | None = None) -> StudySpec:
+    """Reads and validates a study file; ``overrides`` replace top-level keys (e.g. the data
+    folder or split file of one run) before validation, so they are checked too."""
     path = Path(path)
     if not path.is_file():
         raise StudyFileError(f"study file {path} does not exist; see studies/ for examples")
@@ -312,6 +330,7 @@ def load_study_file(path: Path) -> StudySpec:
     except tomllib.TOMLDecodeError as exc:
         raise StudyFileError(f"{path} is not valid TOML: {exc}") from exc
     try:
-        return parse_study(raw, base=path.parent)
+        return parse_study({**apply_profile(raw, profile), **(overrides or {})},
+                           base=path.parent)
     except StudyFileError as exc:
         raise StudyFileError(f"{path}: {exc}") from exc
