@@ -59,14 +59,17 @@ def main() -> None:
     subset = few_hands(data, 400)
     model = create_model("simple_cnn", image_size=112)
     inputs = build_inputs(model, subset, {"t": subset.paths()})["t"]
-    bare_loop(model, inputs, 1, 64)  # warm-up
-    bare = bare_loop(model, inputs, 3, 64)
-    config = TrainConfig(epochs=3, batch_size=64, lr=0.01, schedule="constant")
-    result = fit(model, inputs, inputs, config)
-    # fit also evaluates every epoch; the overhead is its training time only.
-    ours = sum(h.seconds for h in result.history) - sum(
-        h.seconds - len(inputs) / h.images_per_s for h in result.history)
-    print(f"fit vs bare loop (simple_cnn 112 px, 3 epochs, {len(inputs)} images): "
+    config = TrainConfig(epochs=3, batch_size=64, lr=0.01, schedule="constant",
+                         weight_decay=0.0)
+    bare_loop(model, inputs, 1, 64)  # warm-up (allocator, oneDNN kernels) for both
+    bares, ours_runs = [], []
+    for _ in range(3):  # alternate, keep the best of each: the machine's noise is ~5%
+        bares.append(bare_loop(model, inputs, 3, 64))
+        result = fit(model, inputs, inputs, config)
+        # fit also evaluates every epoch; the overhead is its training time only.
+        ours_runs.append(sum(len(inputs) / h.images_per_s for h in result.history))
+    bare, ours = min(bares), min(ours_runs)
+    print(f"fit vs bare loop (simple_cnn 112 px, 3 epochs, {len(inputs)} images, best of 3): "
           f"{ours:.2f} s vs {bare:.2f} s, overhead ratio {ours / bare:.3f}")
 
     all_paths = data.paths()
