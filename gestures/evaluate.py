@@ -8,7 +8,7 @@ reported and skipped; the rest are still scored.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from gestures.artifact import SavedModel
-from gestures.data import DataSet, UnreadableImage, load_image
+from gestures.data import DataError, DataSet, UnreadableImage, load_image
 
 
 @dataclass
@@ -74,10 +74,18 @@ class Evaluation:
     unreadable: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items()}
-        d["per_class"] = {k: (None if np.isnan(v) else v) for k, v in self.per_class.items()}
-        d["ci95"] = list(self.ci95)
-        return d
+        """JSON-able: NaN (no images to score) becomes None, which strict JSON allows."""
+        return _nan_to_none(asdict(self))
+
+
+def _nan_to_none(x: Any) -> Any:
+    if isinstance(x, float) and np.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_nan_to_none(v) for v in x]
+    return x
 
 
 def bootstrap_ci(correct: np.ndarray, groups: Sequence[str], n_boot: int = 2000,
@@ -102,7 +110,7 @@ def evaluate(saved: SavedModel, data: DataSet, paths: Sequence[str] | None = Non
     """Scores ``paths`` (default: every image) of a labelled data set."""
     unknown = sorted(set(data.classes) - set(saved.classes))
     if unknown:
-        raise ValueError(f"the data has letter(s) {unknown} the model does not know "
+        raise DataError(f"the data has letter(s) {unknown} the model does not know "
                          f"(it knows {saved.classes}); exclude those folders")
     samples = {s.path: s for s in data.samples}
     paths = list(paths) if paths is not None else data.paths()

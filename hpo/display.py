@@ -12,6 +12,7 @@ from rich.table import Table
 from gestures.checks import CheckReport
 from gestures.evaluate import Prediction
 from gestures.train import EpochStats
+from hpo.promote import test_summary
 from hpo.service import StudyStatus
 
 console = Console()
@@ -97,7 +98,7 @@ def study_status(st: StudyStatus) -> None:
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None or x != x else f"{x:.1%}"  # x != x: NaN
+    return "-" if x is None else f"{x:.1%}"
 
 
 def test_result(r: Mapping[str, Any]) -> None:
@@ -133,9 +134,6 @@ def comparison(statuses: list[StudyStatus]) -> None:
     for col in ("study", "model", "best val", "test (95% CI)", "trials", "minutes"):
         table.add_column(col)
     for s in statuses:
-        p = s.promotion
-        test = f"{_pct(p['test_accuracy'])} ({_pct(p['ci95'][0])}–{_pct(p['ci95'][1])})" \
-            + ("" if p["clean"] else " not clean") if p else "not promoted"
-        trials = ", ".join(f"{n} {k.lower()}" for k, n in s.by_state.items())
-        table.add_row(s.name, s.model, _pct(s.best_value), test, trials, f"{s.seconds / 60:.1f}")
+        table.add_row(s.name, s.model, _pct(s.best_value), test_summary(s.promotion),
+                      s.trials_text, f"{s.seconds / 60:.1f}")
     console.print(table)

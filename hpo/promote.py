@@ -87,6 +87,15 @@ def promote(name: str, storage_url: str | None = None, out: Path | None = None,
     return Promoted(out, report)
 
 
+def test_summary(promotion: dict[str, Any] | None) -> str:
+    """'99.6% (98.7%–100.0%)' for a promotion's test accuracy and 95% CI; '-' if none."""
+    if not promotion:
+        return "-"
+    lo, hi = promotion["ci95"]
+    return (f"{promotion['test_accuracy']:.1%} ({lo:.1%}–{hi:.1%})"
+            + ("" if promotion["clean"] else ", not a clean test"))
+
+
 def compare(names: list[str], storage_url: str | None = None) -> list[StudyStatus]:
     """One status per study (best validation accuracy, test accuracy if promoted, trials,
     time): the lab's "transfer vs from scratch" comparison."""

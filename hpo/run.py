@@ -22,7 +22,7 @@ import torch
 
 from gestures.data import discover
 from gestures.split import SplitConfig, split_dataset
-from hpo.promote import Promoted, compare, promote
+from hpo.promote import Promoted, compare, promote, test_summary
 from hpo.service import StudyStatus, create_study, run_worker
 from hpo.studyfile import load_study_file
 
@@ -107,12 +107,8 @@ def _summary(statuses: list[StudyStatus], winner: str, best: Promoted, out: Path
 
     rows = []
     for s in statuses:
-        p = s.promotion or {}
-        ci = p.get("ci95")
-        test = f"{pct(p.get('test_accuracy'))} ({pct(ci[0])}–{pct(ci[1])})" if ci else "-"
-        trials = ", ".join(f"{n} {k.lower()}" for k, n in s.by_state.items())
-        rows.append(f"| [{s.name}](reports/{s.name}/report.md) | {pct(s.best_value)} | {test} "
-                    f"| {trials} | {s.seconds / 60:.1f} |")
+        rows.append(f"| [{s.name}](reports/{s.name}/report.md) | {pct(s.best_value)} | "
+                    f"{test_summary(s.promotion)} | {s.trials_text} | {s.seconds / 60:.1f} |")
     # The winner's report, with its figure links pointing into its folder.
     rel = best.out.relative_to(out).as_posix()
     body = (best.out / "report.md").read_text()

@@ -203,6 +203,11 @@ class StudyStatus:
     seconds: float
     promotion: dict[str, Any] | None  # the latest test evaluation, if promoted
 
+    @property
+    def trials_text(self) -> str:
+        """'5 complete, 2 pruned'."""
+        return ", ".join(f"{n} {state.lower()}" for state, n in self.by_state.items())
+
 
 def study_status(name: str, storage_url: str | None = None) -> StudyStatus:
     study, spec = load_study(name, storage_url)

@@ -122,11 +122,25 @@ def test_missing_data_set_is_a_clear_error(tmp_path, data_root, small_split):
 
 
 def test_shipped_studies_are_valid():
-    for path in sorted((ROOT / "studies").glob("*.toml")):
+    paths = sorted((ROOT / "studies").glob("*.toml"))
+    assert {p.stem for p in paths} == {"simple_cnn", "transfer_cnn", "finetune"}
+    for path in paths:
         spec = load_study_file(path)
         assert spec.sampler.seed == 0 and spec.n_trials >= 1
         names = {d.name for d in spec.search}
         assert {"lr", "weight_decay", "batch_size"} <= names
+        gpu = load_study_file(path, profile="gpu")
+        assert gpu.fixed["image_size"] == 224 and gpu.n_trials > spec.n_trials
+        assert gpu.search == spec.search
+
+
+def test_unknown_profile_and_gpu_keys(tmp_path, data_root, small_split):
+    path = _write_study(tmp_path, data_root, small_split, "p")
+    with pytest.raises(StudyFileError, match="profile 'tpu'"):
+        load_study_file(path, profile="tpu")
+    path.write_text(path.read_text() + "\n[gpu]\nsearch = {}\n")
+    with pytest.raises(StudyFileError, match=r"gpu\.search: unknown key"):
+        load_study_file(path)
 
 
 def test_parse_requires_name_model_data():
