@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from gestures.data import DataSet, hand_sort_key
 from gestures.features import build_inputs
 from gestures.models import create_model
@@ -47,6 +49,7 @@ def overfit(data: DataSet, model: str = "simple_cnn", n_images: int = 64, max_st
             cache_dir: Path | None = None) -> OverfitResult:
     """Full-batch AdamW on a few hands, no augmentation; passes at 100% train accuracy."""
     subset = few_hands(data, n_images)
+    torch.manual_seed(seed)  # the initial weights, like fit() seeds the batches
     net = create_model(model, num_classes=len(data.classes),
                        **{**OVERFIT_PARAMS.get(model, {}), **(params or {})})
     inputs = build_inputs(net, subset, {"train": subset.paths()}, cache_dir)["train"]

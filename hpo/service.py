@@ -116,6 +116,9 @@ class Objective:
         sampled = {d.name: d.suggest(trial) for d in self.spec.search}
         model_params, train_params = self.spec.split_params({**self.spec.fixed, **sampled})
         config = train_config(self.spec, train_params, self.threads)
+        # Seed the weight initialisation too, not only fit(): otherwise a trial's fresh head
+        # depends on whatever drew random numbers earlier in this process.
+        torch.manual_seed(config.seed)
         model = create_model(self.spec.model, num_classes=len(self.data.classes), **model_params)
         inputs = build_inputs(model, self.data, {"train": self.train_paths,
                                                  "val": self.val_paths})

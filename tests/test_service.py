@@ -293,3 +293,17 @@ def test_dashboard_shows_study_and_trials(tmp_path, data_root, small_split):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_same_seed_same_trial(tmp_path, data_root, small_split):
+    """Same study file, same seed: the trial is reproduced exactly, initial weights included."""
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    values = []
+    for name in ("again-1", "again-2"):
+        spec = load_study_file(_write_study(tmp_path, data_root, small_split, name, n_trials=1))
+        service.create_study(spec, url)
+        service.run_worker(name, url)
+        (trial,) = _trials(name, url)
+        curve = [(h["train_loss"], h["val_acc"]) for h in trial.user_attrs["history"]]
+        values.append((trial.params, curve))
+    assert values[0] == values[1]
