@@ -19,7 +19,6 @@ from optuna.artifacts import download_artifact
 from optuna.trial import FrozenTrial, TrialState
 
 from gestures.artifact import load_model
-from gestures.data import GroupSource, discover
 from gestures.evaluate import evaluate
 from hpo.report import ReportInputs, write_report
 from hpo.service import (
@@ -27,6 +26,7 @@ from hpo.service import (
     StudyError,
     StudyStatus,
     load_study,
+    study_data,
     study_split,
     study_status,
 )
@@ -74,7 +74,7 @@ def promote(name: str, storage_url: str | None = None, out: Path | None = None,
             "checkpoint_artifact"], file_path=str(Path(tmp) / "model.pt"))
         os.replace(Path(tmp) / "model.pt", model_file)
     saved = load_model(model_file)
-    data = discover(Path(spec.data), GroupSource(csv=Path(spec.groups) if spec.groups else None))
+    data = study_data(spec)
     split = study_split(spec, data)
     evaluation = evaluate(saved, data, split.paths("test"), seed=spec.seed)
     record = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "trial": best.number,

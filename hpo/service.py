@@ -81,6 +81,11 @@ def load_study(name: str, storage_url: str | None = None) -> tuple[optuna.Study,
     return study, spec
 
 
+def study_data(spec: StudySpec) -> DataSet:
+    """The study's data set, with hand ids from its groups CSV (default DATA/hands.csv)."""
+    return discover(Path(spec.data), GroupSource(csv=Path(spec.groups) if spec.groups else None))
+
+
 def study_split(spec: StudySpec, data: DataSet) -> Split:
     """The split file if the spec names one, else the deterministic split of the data."""
     if spec.split:
@@ -104,8 +109,7 @@ class Objective:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        data = discover(Path(self.spec.data), GroupSource(
-            csv=Path(self.spec.groups) if self.spec.groups else None))
+        data = study_data(self.spec)
         self.split = study_split(self.spec, data)
         self.train_paths, self.val_paths = self.split.train_val()
         # The test split is never decoded, let alone read, by a trial.
