@@ -36,7 +36,7 @@ augment = false
 
 [search]
 conv_dilation = {{ type = "int", low = 1, high = 2 }}
-lr = {{ type = "float", low = 1e-3, high = 1e3, log = true }}
+lr = {{ type = "float", low = 1e-2, high = 0.2, log = true }}
 weight_decay = {{ type = "float", low = 1e-5, high = 1e-2, log = true }}
 batch_size = {{ type = "categorical", choices = [32, 64] }}
 
@@ -99,7 +99,7 @@ def _trials(name: str, url: str) -> list[optuna.trial.FrozenTrial]:
     (("[fixed]", "[fixed]\nfoo = 1"), r"fixed\.foo: not a parameter .* valid: .*conv_dilation"),
     (("seed = 0\n", "seed = 0\ncolour = 'red'\n"), r"colour: unknown key"),
     (("n_trials = 4", "n_trials = 'four'"), r"budget\.n_trials: expected an integer"),
-    (("low = 1e-3, high = 1e3", "low = 1e3, high = 1e-3"), r"search\.lr: low .* > high"),
+    (("low = 1e-2, high = 0.2", "low = 0.2, high = 1e-2"), r"search\.lr: low .* > high"),
     (("low = 1e-5, high = 1e-2, log = true", "low = 0.0, high = 1e-2, log = true"),
      r"search\.weight_decay\.low: a log range must be > 0"),
     (("type = \"median\"", "type = \"asha\""), r"pruner\.type: 'asha'"),
@@ -205,6 +205,7 @@ def test_sigkilled_worker_trial_is_retried(tmp_path, data_root, small_split):
         assert trials[number].value == value
 
 
+@pytest.mark.filterwarnings("ignore:Fixed parameter lr:UserWarning")  # deliberately absurd
 def test_absurd_learning_rate_is_pruned(tmp_path, data_root, small_split):
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
     spec = load_study_file(_write_study(tmp_path, data_root, small_split, "prune",
@@ -258,8 +259,12 @@ def test_dashboard_shows_study_and_trials(tmp_path, data_root, small_split):
     url = f"sqlite:///{tmp_path / 'hpo.db'}"
     spec = load_study_file(_write_study(tmp_path, data_root, small_split, "dash-study",
                                         n_trials=2))
-    service.create_study(spec, url)
+    study = service.create_study(spec, url)
+    for lr in (0.05, 0.02):  # two sane trials, so both complete and importances exist
+        study.enqueue_trial({"conv_dilation": 1, "lr": lr, "weight_decay": 1e-4,
+                             "batch_size": 32})
     service.run_worker("dash-study", url)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--storage", url,
                                "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
