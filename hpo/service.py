@@ -18,6 +18,7 @@ from typing import Any
 import optuna
 import torch
 from optuna.artifacts import upload_artifact
+from optuna.storages import RDBStorage
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
@@ -27,7 +28,13 @@ from gestures.models import create_model
 from gestures.preprocess import AugmentConfig
 from gestures.split import Split, SplitConfig, load_split, split_dataset
 from gestures.train import EpochStats, NonFiniteLoss, TrainConfig, fit, resolve_device
-from hpo.storage import artifact_store, open_storage, quiet_optuna, resolve_url
+from hpo.storage import (
+    artifact_store,
+    fail_orphaned_trials,
+    open_storage,
+    quiet_optuna,
+    resolve_url,
+)
 from hpo.studyfile import StudySpec
 
 SPEC_ATTR = "spec"
@@ -64,6 +71,12 @@ def list_studies(storage_url: str | None = None) -> list[optuna.study.StudySumma
 
 def load_study(name: str, storage_url: str | None = None) -> tuple[optuna.Study, StudySpec]:
     """The study and its spec, with the sampler, pruner and heartbeats the spec asks for."""
+    study, spec, _ = _open_study(name, storage_url)
+    return study, spec
+
+
+def _open_study(name: str, storage_url: str | None
+                ) -> tuple[optuna.Study, StudySpec, RDBStorage]:
     quiet_optuna()
     url = resolve_url(storage_url)
     probe = open_storage(url)
@@ -78,7 +91,7 @@ def load_study(name: str, storage_url: str | None = None) -> tuple[optuna.Study,
     storage = open_storage(url, w.heartbeat_interval, w.grace_period, w.max_retry)
     study = optuna.load_study(study_name=name, storage=storage, sampler=spec.sampler.build(),
                               pruner=spec.pruner.build(spec.max_epochs))
-    return study, spec
+    return study, spec, storage
 
 
 def study_data(spec: StudySpec) -> DataSet:
@@ -182,13 +195,16 @@ def run_worker(name: str, storage_url: str | None = None, n_trials: int | None =
     worker's own ``n_trials``/``timeout`` run out, or the study's timeout passes.
     Returns the number of trials this worker finished."""
     url = resolve_url(storage_url)
-    study, spec = load_study(name, url)
+    study, spec, storage = _open_study(name, url)
     objective = Objective(spec, url, threads or spec.workers.threads)
+    fail_orphaned_trials(study, storage)
     done_before = _finished(study)
     if done_before >= spec.n_trials:
         return 0
+    # Optuna fails stale trials before each trial; orphans are swept after each one.
     study.optimize(objective, n_trials=n_trials, timeout=timeout or spec.timeout,
-                   callbacks=[MaxTrialsCallback(spec.n_trials, states=FINISHED)],
+                   callbacks=[MaxTrialsCallback(spec.n_trials, states=FINISHED),
+                              lambda study, _: fail_orphaned_trials(study, storage)],
                    gc_after_trial=True)
     return _finished(study) - done_before
 

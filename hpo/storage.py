@@ -8,15 +8,24 @@ let any worker fail (and re-queue) the RUNNING trial of a worker that died.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import warnings
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models as rdb_models
+from optuna.trial import TrialState
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
 
 STORAGE_ENV = "HPO_STORAGE"
 ARTIFACTS_ENV = "HPO_ARTIFACTS"
@@ -73,6 +82,47 @@ def open_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 30,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
     except Exception as exc:
         raise StorageError(f"cannot open storage {url}: {type(exc).__name__}: {exc}") from exc
+
+
+def fail_orphaned_trials(study: optuna.Study, storage: RDBStorage) -> list[int]:
+    """Fails, and re-queues through the storage's retry callback, every RUNNING trial of
+    ``study`` that never recorded a heartbeat and started more than a grace period ago.
+    Returns their numbers.
+
+    Optuna's own stale-trial check skips a trial with no heartbeat at all, since an ask/tell
+    trial may run without one. Here every trial runs in a worker with heartbeats, whose first
+    one is written just after the trial is created; a worker killed in between (CI saw it)
+    would otherwise leave the trial RUNNING for ever.
+    """
+    grace = storage.grace_period or 2 * (storage.heartbeat_interval or 0)
+    if not grace:
+        return []
+    study_id = storage.get_study_id_from_name(study.study_name)
+    trial = rdb_models.TrialModel
+    with Session(storage.engine) as session:
+        silent = session.scalars(select(trial.trial_id).where(
+            trial.study_id == study_id, trial.state == TrialState.RUNNING,
+            ~trial.heartbeats.any())).all()
+    # FrozenTrial.datetime_start is naive local time, like datetime.now().
+    cutoff = datetime.now() - timedelta(seconds=grace)
+    failed = []
+    for trial_id in silent:
+        started = storage.get_trial(trial_id).datetime_start
+        if started is None or started > cutoff:
+            continue
+        try:
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:  # another worker got there first
+            continue
+        frozen = storage.get_trial(trial_id)
+        log.warning("trial %d: its worker died before its first heartbeat; failed it and "
+                    "queued a retry", frozen.number)
+        callback = storage.get_heartbeat_stale_trial_callback()
+        if callback is not None:
+            callback(study, frozen)
+        failed.append(frozen.number)
+    return failed
 
 
 def artifact_store(url: str, override: str | None = None) -> FileSystemArtifactStore:

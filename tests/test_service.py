@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from gestures.split import SplitConfig, split_dataset
 from hpo import service
-from hpo.storage import open_storage
+from hpo.storage import fail_orphaned_trials, open_storage
 from hpo.studyfile import StudyFileError, load_study_file, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,6 +203,32 @@ def test_sigkilled_worker_trial_is_retried(tmp_path, data_root, small_split):
     assert len(finished) >= 3
     for number, value in done_before.items():  # completed trials are intact
         assert trials[number].value == value
+
+
+def test_trial_orphaned_before_its_first_heartbeat_is_failed_and_retried(
+        tmp_path, data_root, small_split):
+    # A worker killed between creating a trial and writing its first heartbeat (CI hit
+    # this window) leaves a RUNNING trial that Optuna's stale check never fails.
+    url = f"sqlite:///{tmp_path / 'hpo.db'}"
+    spec = load_study_file(_write_study(tmp_path, data_root, small_split, "orphan"))
+    service.create_study(spec, url)
+    study, _ = service.load_study("orphan", url)
+    w = spec.workers
+    storage = open_storage(url, w.heartbeat_interval, w.grace_period, w.max_retry)
+    study_id = storage.get_study_id_from_name("orphan")
+    orphan = storage.get_trial(storage.create_new_trial(study_id)).number
+    alive = storage.create_new_trial(study_id)
+    storage.record_heartbeat(alive)
+    assert fail_orphaned_trials(study, storage) == []  # younger than the grace period
+    time.sleep(w.grace_period + 1)
+    assert fail_orphaned_trials(study, storage) == [orphan]
+    assert fail_orphaned_trials(study, storage) == []
+    trials = _trials("orphan", url)
+    assert trials[orphan].state == TrialState.FAIL
+    # a trial with a heartbeat is Optuna's to judge, not ours
+    assert storage.get_trial(alive).state == TrialState.RUNNING
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == orphan]
+    assert [t.state for t in retry] == [TrialState.WAITING]
 
 
 @pytest.mark.filterwarnings("ignore:Fixed parameter lr:UserWarning")  # deliberately absurd
