@@ -11,7 +11,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from gestures.models import create_model
 from gestures.split import SplitConfig, split_dataset
+from gestures.train import TrainConfig
 from hpo import service
 from hpo.storage import fail_orphaned_trials, open_storage
 from hpo.studyfile import StudyFileError, load_study_file, parse_study
@@ -132,6 +134,17 @@ def test_shipped_studies_are_valid():
         gpu = load_study_file(path, profile="gpu")
         assert gpu.fixed["image_size"] == 224 and gpu.n_trials > spec.n_trials
         assert gpu.search == spec.search
+
+
+def test_reference_studies_are_valid_and_build():
+    paths = sorted((ROOT / "studies" / "reference").glob("*.toml"))
+    assert paths
+    for path in paths:
+        spec = load_study_file(path)
+        assert Path(spec.data).is_dir() and spec.n_trials >= 1
+        model_params, train_params = spec.split_params(spec.fixed)
+        create_model(spec.model, num_classes=9, **model_params)
+        TrainConfig(**{k: v for k, v in train_params.items() if k not in ("augment", "hflip")})
 
 
 def test_unknown_profile_and_gpu_keys(tmp_path, data_root, small_split):
