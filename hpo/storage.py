@@ -19,7 +19,7 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._rdb import models as rdb_models
+from optuna.storages._rdb import models as rdb_models  # no public heartbeat query; tested
 from optuna.trial import TrialState
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
