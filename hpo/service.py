@@ -7,7 +7,6 @@ worker on any machine needs only the study name and the storage URL.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import tempfile
 import time
@@ -183,10 +182,6 @@ class Objective:
             trial.set_user_attr("checkpoint_artifact", upload_artifact(
                 artifact_store=self.store, file_path=str(checkpoint), study_or_trial=trial,
                 mimetype="application/octet-stream"))
-
-
-def default_threads(workers_per_machine: int = 1) -> int:
-    return max(1, (os.cpu_count() or 1) // workers_per_machine)
 
 
 def run_worker(name: str, storage_url: str | None = None, n_trials: int | None = None,
