@@ -13,7 +13,8 @@ from gestures.checks import CheckReport
 from gestures.evaluate import Prediction
 from gestures.train import EpochStats
 from hpo.promote import test_summary
-from hpo.service import StudyStatus
+from hpo.report import pct
+from hpo.service import SPEC_ATTR, StudyStatus
 
 console = Console()
 err_console = Console(stderr=True)
@@ -72,8 +73,8 @@ def study_list(summaries: list[StudySummary]) -> None:
     for col in ("study", "model", "trials", "best val accuracy"):
         table.add_column(col)
     for s in summaries:
-        spec = s.user_attrs.get("spec", {})
-        best = f"{s.best_trial.value:.1%}" if s.best_trial and s.best_trial.value else "-"
+        spec = s.user_attrs.get(SPEC_ATTR, {})
+        best = pct(s.best_trial.value if s.best_trial else None)
         table.add_row(s.study_name, spec.get("model", "?"), str(s.n_trials), best)
     console.print(table)
 
@@ -97,25 +98,20 @@ def study_status(st: StudyStatus) -> None:
     console.print(table)
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
-
-
 def test_result(r: Mapping[str, Any]) -> None:
     lo, hi = r["ci95"]
-    console.print(f"accuracy [bold]{_pct(r['accuracy'])}[/bold] on {r['n']} images "
-                  f"(95% CI {_pct(lo)}–{_pct(hi)} over {r['ci_unit']}s; chance "
-                  f"{_pct(r['chance'])})")
+    console.print(f"accuracy [bold]{pct(r['accuracy'])}[/bold] on {r['n']} images "
+                  f"(95% CI {pct(lo)}–{pct(hi)} over {r['ci_unit']}s; chance "
+                  f"{pct(r['chance'])})")
     table = Table(title="per letter")
     table.add_column("true \\ predicted")
     for c in r["classes"]:
         table.add_column(c, justify="right")
     table.add_column("accuracy", justify="right")
     for c, row in zip(r["classes"], r["confusion"], strict=True):
-        table.add_row(c, *(str(v) if v else "." for v in row), _pct(r["per_class"][c]))
+        table.add_row(c, *(str(v) if v else "." for v in row), pct(r["per_class"][c]))
     console.print(table)
-    for path, why in r["unreadable"].items():
-        err_console.print(f"[yellow]skipped unreadable[/yellow] {path}: {why}")
+    _skipped(r["unreadable"])
 
 
 def predictions(preds: list[Prediction], unreadable: Mapping[str, str]) -> None:
@@ -125,6 +121,10 @@ def predictions(preds: list[Prediction], unreadable: Mapping[str, str]) -> None:
     for p in preds:
         table.add_row(p.path, "  ".join(f"{c} {q:.1%}" for c, q in p.top))
     console.print(table)
+    _skipped(unreadable)
+
+
+def _skipped(unreadable: Mapping[str, str]) -> None:
     for path, why in unreadable.items():
         err_console.print(f"[yellow]skipped unreadable[/yellow] {path}: {why}")
 
@@ -134,6 +134,6 @@ def comparison(statuses: list[StudyStatus]) -> None:
     for col in ("study", "model", "best val", "test (95% CI)", "trials", "minutes"):
         table.add_column(col)
     for s in statuses:
-        table.add_row(s.name, s.model, _pct(s.best_value), test_summary(s.promotion),
+        table.add_row(s.name, s.model, pct(s.best_value), test_summary(s.promotion),
                       s.trials_text, f"{s.seconds / 60:.1f}")
     console.print(table)

@@ -31,8 +31,9 @@ class ReportInputs:
     model_file: str
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1%}"
+def pct(x: float | None) -> str:
+    """'97.3%'; '-' when there is no number (None, or NaN: no images to score)."""
+    return "-" if x is None or math.isnan(x) else f"{x:.1%}"
 
 
 def _curves_trials(study: optuna.Study, best: FrozenTrial, n_others: int = 4,
@@ -86,8 +87,8 @@ def _plot_per_class(ev: Evaluation, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     values = [0.0 if math.isnan(v) else v for v in ev.per_class.values()]
     ax.bar(ev.classes, values, color="tab:blue")
-    ax.axhline(ev.accuracy, color="black", ls="--", lw=1, label=f"overall {_pct(ev.accuracy)}")
-    ax.axhline(ev.chance, color="grey", ls=":", lw=1, label=f"chance {_pct(ev.chance)}")
+    ax.axhline(ev.accuracy, color="black", ls="--", lw=1, label=f"overall {pct(ev.accuracy)}")
+    ax.axhline(ev.chance, color="grey", ls=":", lw=1, label=f"chance {pct(ev.chance)}")
     ax.set(ylim=(0, 1.05), title="per-letter test accuracy")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -180,17 +181,17 @@ def _markdown(r: dict[str, Any], ev: Evaluation, has_importance: bool) -> str:
                   f"({promo['previous']}); this report was forced, so its test accuracy may "
                   "have been looked at before choosing.", ""]
     lines += [
-        f"**Test accuracy: {_pct(ev.accuracy)}** on {ev.n} images of hands never seen in "
-        f"training (95% CI {_pct(lo)}–{_pct(hi)}, bootstrap over {ev.ci_unit}s). "
-        f"Chance: {_pct(ev.chance)}; always guessing the commonest letter: {_pct(ev.majority)}.",
+        f"**Test accuracy: {pct(ev.accuracy)}** on {ev.n} images of hands never seen in "
+        f"training (95% CI {pct(lo)}–{pct(hi)}, bootstrap over {ev.ci_unit}s). "
+        f"Chance: {pct(ev.chance)}; always guessing the commonest letter: {pct(ev.majority)}.",
         "",
-        f"Chosen on validation accuracy only ({_pct(best['val_accuracy'])}, epoch "
+        f"Chosen on validation accuracy only ({pct(best['val_accuracy'])}, epoch "
         f"{best['best_epoch']}); the test split was evaluated once, at {promo['time']}. "
         f"Model file: `{r['model_file']}`.", "",
         "## Per-letter accuracy", "", "![per-letter accuracy](per_class.png)", "",
         "| letter | " + " | ".join(ev.classes) + " |",
         "|---|" + "---|" * len(ev.classes),
-        "| accuracy | " + " | ".join(_pct(ev.per_class[c]) for c in ev.classes) + " |",
+        "| accuracy | " + " | ".join(pct(ev.per_class[c]) for c in ev.classes) + " |",
         "| images | " + " | ".join(str(ev.per_class_n[c]) for c in ev.classes) + " |", "",
         "## Confusion matrix", "", "![confusion matrix](confusion.png)", "",
         "| true \\ predicted | " + " | ".join(ev.classes) + " |",

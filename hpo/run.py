@@ -23,6 +23,7 @@ import torch
 from gestures.data import discover
 from gestures.split import SplitConfig, split_dataset
 from hpo.promote import Promoted, compare, promote, test_summary
+from hpo.report import pct
 from hpo.service import StudyStatus, create_study, run_worker
 from hpo.studyfile import load_study_file
 
@@ -102,9 +103,6 @@ def run(config: RunConfig, log: Callable[[str], None] = print) -> RunResult:
 
 def _summary(statuses: list[StudyStatus], winner: str, best: Promoted, out: Path,
              minutes: float) -> str:
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{x:.1%}"
-
     rows = []
     for s in statuses:
         rows.append(f"| [{s.name}](reports/{s.name}/report.md) | {pct(s.best_value)} | "
