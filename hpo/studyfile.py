@@ -157,7 +157,7 @@ class WorkerSpec:
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
     grace_period: int = 30  # a RUNNING trial silent this long belongs to a dead worker
     max_retry: int = 2  # times a dead worker's trial is re-queued
-    threads: int | None = None  # CPU threads per worker (None: cores / workers)
+    threads: int | None = None  # CPU threads per worker (None: torch's default, every core)
 
 
 @dataclass(frozen=True)
@@ -212,6 +212,12 @@ def _section(raw: dict[str, Any], name: str, allowed: set[str] | None) -> dict[s
     return section
 
 
+def _resolve(base: Path, path: str) -> Path:
+    """A study file's paths are relative to the file."""
+    p = Path(path)
+    return p if p.is_absolute() else (base / p).resolve()
+
+
 def parse_study(raw: dict[str, Any], base: Path = Path(".")) -> StudySpec:
     """Validates a parsed study file; relative paths are resolved against ``base``."""
     _check_keys(raw, TOP_KEYS, "")
@@ -221,8 +227,7 @@ def parse_study(raw: dict[str, Any], base: Path = Path(".")) -> StudySpec:
         _typed(raw[key], str, key, "a string")
     if raw["model"] not in list_models():
         raise _fail("model", f"unknown model {raw['model']!r}; use one of {list_models()}")
-    data = (base / raw["data"]).resolve() if not Path(raw["data"]).is_absolute() \
-        else Path(raw["data"])
+    data = _resolve(base, raw["data"])
     if not data.is_dir():
         raise _fail("data", f"data set {data} does not exist; point it at the folder with one "
                     "sub-folder per letter (relative paths are relative to the study file)")
@@ -230,8 +235,7 @@ def parse_study(raw: dict[str, Any], base: Path = Path(".")) -> StudySpec:
     for key in ("groups", "split"):
         value = raw.get(key)
         if value is not None:
-            p = Path(_typed(value, str, key, "a path"))
-            p = p if p.is_absolute() else (base / p).resolve()
+            p = _resolve(base, _typed(value, str, key, "a path"))
             if not p.is_file():
                 raise _fail(key, f"file {p} does not exist")
             paths[key] = str(p)

@@ -13,7 +13,6 @@ from optuna.trial import TrialState
 
 from gestures.models import create_model
 from gestures.split import SplitConfig, split_dataset
-from gestures.train import TrainConfig
 from hpo import service
 from hpo.storage import fail_orphaned_trials, open_storage
 from hpo.studyfile import StudyFileError, load_study_file, parse_study
@@ -144,7 +143,7 @@ def test_reference_studies_are_valid_and_build():
         assert Path(spec.data).is_dir() and spec.n_trials >= 1
         model_params, train_params = spec.split_params(spec.fixed)
         create_model(spec.model, num_classes=9, **model_params)
-        TrainConfig(**{k: v for k, v in train_params.items() if k not in ("augment", "hflip")})
+        service.train_config(spec, train_params, threads=None)
 
 
 def test_unknown_profile_and_gpu_keys(tmp_path, data_root, small_split):
